@@ -84,7 +84,8 @@ type Sink interface {
 	// replicas' lag: point the throttle at the replica's target there.
 	ReplicationLag(ctx context.Context) (time.Duration, error)
 	// Throttled runs a throttle query, trusted SQL returning one row with
-	// one boolean column; true means "hold off".
+	// one boolean column; true means "hold off". The answer is read by
+	// Truth; NULL, like no row, is an error (the executor holds off).
 	Throttled(ctx context.Context, query string) (bool, error)
 
 	// Classify says what err means for the batch that hit it.

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/batchflow/batchflow/pkg/sink"
 )
 
 // ErrReplicationStopped: this server is a replica whose replication is not
@@ -123,36 +125,5 @@ func (s *Sink) Throttled(ctx context.Context, query string) (bool, error) {
 	if err := rows.Scan(dest...); err != nil {
 		return false, fmt.Errorf("throttle query: %w", err)
 	}
-	return truthy(v)
-}
-
-// truthy reads a boolean-ish value as the driver returns it: integers, or
-// their text in the text protocol.
-func truthy(v any) (bool, error) {
-	switch x := v.(type) {
-	case bool:
-		return x, nil
-	case int64:
-		return x != 0, nil
-	case uint64:
-		return x != 0, nil
-	case float64:
-		return x != 0, nil
-	case []byte:
-		return truthy(string(x))
-	case string:
-		switch strings.ToLower(strings.TrimSpace(x)) {
-		case "1", "t", "true", "y", "yes", "on":
-			return true, nil
-		case "0", "f", "false", "n", "no", "off":
-			return false, nil
-		}
-		if f, err := strconv.ParseFloat(strings.TrimSpace(x), 64); err == nil {
-			return f != 0, nil
-		}
-		return false, fmt.Errorf("throttle query returned %q, not a boolean", x)
-	case nil:
-		return false, errors.New("throttle query returned NULL, not a boolean")
-	}
-	return false, fmt.Errorf("throttle query returned a %T, not a boolean", v)
+	return sink.Truth(v)
 }

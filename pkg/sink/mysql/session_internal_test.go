@@ -86,16 +86,3 @@ func TestReplicationStatusStatement(t *testing.T) {
 		require.Equal(t, want, [2]string{query, column}, version)
 	}
 }
-
-func TestTruthy(t *testing.T) {
-	t.Parallel()
-	for v, want := range map[any]bool{int64(1): true, int64(0): false, uint64(2): true, true: true, "t": true, "F": false, "1": true, "0.0": false} {
-		got, err := truthy(v)
-		require.NoError(t, err, "%v", v)
-		require.Equal(t, want, got, "%v", v)
-	}
-	for _, v := range []any{nil, "maybe", 3.5i} {
-		_, err := truthy(v)
-		require.Error(t, err, "%v", v)
-	}
-}

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/batchflow/batchflow/pkg/sink"
 )
 
 // replicationLagSQL is the lag in microseconds. On a replica, its own
@@ -37,8 +38,9 @@ func (s *Sink) ReplicationLag(ctx context.Context) (time.Duration, error) {
 }
 
 // Throttled runs a throttle query: one row, one column, true to hold off.
-// The column may be a boolean, a number (non-zero is true, as MySQL's
-// booleans are) or text "t", "f", "true", "false", "1" or "0".
+// The column is read as sink.Truth reads it: a boolean, a number (non-zero
+// is true, as MySQL's booleans are) or text such as "t" or "false"; NULL
+// is an error.
 func (s *Sink) Throttled(ctx context.Context, query string) (bool, error) {
 	rows, err := s.pool.Query(ctx, query)
 	if err != nil {
@@ -68,36 +70,15 @@ func (s *Sink) Throttled(ctx context.Context, query string) (bool, error) {
 	return truth(v)
 }
 
-// truth reads a boolean-ish value.
+// truth reads the throttle query's answer: a numeric (pgx's own type) by
+// its value, anything else as every sink does (sink.Truth).
 func truth(v any) (bool, error) {
-	switch x := v.(type) {
-	case bool:
-		return x, nil
-	case int16:
-		return x != 0, nil
-	case int32:
-		return x != 0, nil
-	case int64:
-		return x != 0, nil
-	case float32:
-		return x != 0, nil
-	case float64:
-		return x != 0, nil
-	case pgtype.Numeric:
+	if x, ok := v.(pgtype.Numeric); ok {
 		f, err := x.Float64Value()
-		if err == nil && f.Valid && !math.IsNaN(f.Float64) {
-			return f.Float64 != 0, nil
+		if err != nil || !f.Valid || math.IsNaN(f.Float64) {
+			return false, fmt.Errorf("throttle query returned a numeric that is not a number, want a boolean")
 		}
-	case string:
-		switch strings.ToLower(strings.TrimSpace(x)) {
-		case "t", "true", "1":
-			return true, nil
-		case "f", "false", "0":
-			return false, nil
-		}
-		return false, fmt.Errorf("throttle query returned %q, want a boolean (t, f, true, false, 1, 0)", x)
-	case nil:
-		return false, errors.New("throttle query returned NULL, want a boolean")
+		return f.Float64 != 0, nil
 	}
-	return false, fmt.Errorf("throttle query returned a %T, want a boolean", v)
+	return sink.Truth(v)
 }

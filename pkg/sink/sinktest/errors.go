@@ -264,6 +264,11 @@ func testThrottleAndLag(t *testing.T, b *bundle) {
 	require.True(t, busy)
 	_, err = b.sink.Throttled(ctx(t), "SELECT * FROM no_such_table")
 	require.Error(t, err, "a broken throttle query is an error, not a yes or a no")
+	_, err = b.sink.Throttled(ctx(t), "SELECT NULL")
+	require.ErrorContains(t, err, "NULL", "a throttle query that cannot tell is an error, on every sink")
+	yes, err = b.sink.Throttled(ctx(t), "SELECT 'yes'")
+	require.NoError(t, err)
+	require.True(t, yes, "text is read the same way on every sink")
 
 	lag, err := b.sink.ReplicationLag(ctx(t))
 	require.NoError(t, err)

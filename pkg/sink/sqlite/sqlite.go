@@ -206,8 +206,8 @@ func (s *Sink) Close() error {
 func (s *Sink) ReplicationLag(context.Context) (time.Duration, error) { return 0, nil }
 
 // Throttled runs query on a read connection: one row, one column, read as
-// a boolean (SQLite has no boolean type: 0/1, or "t"/"f"/"true"/"false").
-// A NULL answer is "no reason to hold off"; no row is an error.
+// a boolean (SQLite has no boolean type: 0/1, or "t"/"f"/"true"/"false";
+// see sink.Truth). No row, or NULL, is an error.
 func (s *Sink) Throttled(ctx context.Context, query string) (bool, error) {
 	ctx, cancel := s.statementCtx(ctx)
 	defer cancel()
@@ -218,32 +218,7 @@ func (s *Sink) Throttled(ctx context.Context, query string) (bool, error) {
 		}
 		return false, fmt.Errorf("throttle query: %w", err)
 	}
-	return truth(v)
-}
-
-// truth reads a throttle query's answer.
-func truth(v any) (bool, error) {
-	switch x := v.(type) {
-	case nil:
-		return false, nil
-	case bool:
-		return x, nil
-	case int64:
-		return x != 0, nil
-	case float64:
-		return x != 0, nil
-	case []byte:
-		return truth(string(x))
-	case string:
-		switch strings.ToLower(strings.TrimSpace(x)) {
-		case "1", "t", "true", "yes", "on":
-			return true, nil
-		case "0", "f", "false", "no", "off":
-			return false, nil
-		}
-		return false, fmt.Errorf("throttle query returned %q: want a boolean", x)
-	}
-	return false, fmt.Errorf("throttle query returned a %T: want a boolean", v)
+	return sink.Truth(v)
 }
 
 // statementCtx bounds one statement by StatementTimeout, unless ctx ends
