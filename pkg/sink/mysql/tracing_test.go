@@ -7,30 +7,18 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/batchflow/batchflow/internal/testenv"
 	"github.com/batchflow/batchflow/pkg/batches"
 	"github.com/batchflow/batchflow/pkg/sink"
 	"github.com/batchflow/batchflow/pkg/sink/mysql"
+	"github.com/batchflow/batchflow/pkg/sink/sinktest"
 )
 
 // tracedMigration is bound as a value in every ledger statement: it must
 // not appear in any span.
 const tracedMigration = "m-bound-7c1d"
-
-// newTracing is an SDK tracer provider recording into an in-memory
-// exporter, shut down at cleanup. Read the spans before: Shutdown forgets them.
-func newTracing(t *testing.T) (*sdktrace.TracerProvider, *tracetest.InMemoryExporter) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	return tp, exp
-}
 
 // setupWire is setup with the sink's connections dialled through w.
 func setupWire(t *testing.T, opts sink.Options, w *wire) *testBundle {
@@ -101,7 +89,7 @@ func (b *testBundle) tracedSubBatches(t *testing.T, tp trace.TracerProvider, w *
 // bound value.
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	tp, exp := newTracing(t)
+	tp, exp := sinktest.Tracing(t)
 	var w wire
 	b := setupWire(t, sink.Options{TracerProvider: tp}, &w)
 	main, tx, err := b.s.DriverConnTypes(testCtx(t))
@@ -112,48 +100,17 @@ func TestTracing(t *testing.T) {
 	require.Empty(t, exp.GetSpans(), "a statement outside a span starts no trace")
 
 	parent := b.tracedSubBatches(t, tp, &w)
-	spans := exp.GetSpans()
-	byID := map[trace.SpanID]tracetest.SpanStub{}
-	for _, s := range spans {
-		byID[s.SpanContext.SpanID()] = s
-	}
 	wantSystem := "mysql"
 	if b.s.Server().Flavour == mysql.FlavourMariaDB {
 		wantSystem = "mariadb"
 	}
-	var texts, names []string
-	for _, s := range spans {
-		if s.InstrumentationScope.Name == "test" {
-			continue
-		}
-		names = append(names, s.Name)
-		require.Equal(t, parent.TraceID(), s.SpanContext.TraceID(), s.Name)
-		require.True(t, descends(byID, s, parent.SpanID()), "%s is not under the caller's span", s.Name)
-		require.Equal(t, trace.SpanKindClient, s.SpanKind, s.Name)
-		attrs := attribute.NewSet(s.Attributes...)
-		system, _ := attrs.Value(semconv.DBSystemNameKey)
-		require.Equal(t, wantSystem, system.AsString(), s.Name)
-		for _, a := range s.Attributes {
-			require.NotContains(t, a.Value.Emit(), tracedMigration, "%s: %s holds a bound value", s.Name, a.Key)
-		}
-		text, _ := attrs.Value(semconv.DBQueryTextKey)
-		if text.AsString() == "" {
-			continue
-		}
-		texts = append(texts, text.AsString())
-		if strings.HasPrefix(text.AsString(), "UPDATE items SET label = 'custom'") && s.Name == "sql.stmt.exec" {
-			require.Equal(t, "custom", byID[s.Parent.SpanID()].Name, "a statement nests under its caller's span")
+	ss := sinktest.CheckSQLSpans(t, exp.GetSpans(), parent, wantSystem, tracedMigration)
+	for _, s := range ss {
+		if strings.HasPrefix(s.Text, "UPDATE items SET label = 'custom'") && s.Name == "sql.stmt.exec" {
+			require.Equal(t, "custom", s.ParentName, "a statement nests under its caller's span")
 		}
 	}
-	has := func(what string, match func(string) bool) {
-		t.Helper()
-		for _, q := range texts {
-			if match(q) {
-				return
-			}
-		}
-		require.Failf(t, "no span for "+what, "statements: %q", texts)
-	}
+	has := func(what string, match func(string) bool) { t.Helper(); ss.RequireStatement(t, what, match) }
 	// BeginBatch, on the main pool.
 	has("the ledger row's creation", func(q string) bool { return strings.HasPrefix(q, "INSERT INTO `batchflow_ledger`") })
 	// To the caller's key, on the transaction pool's own prepared statements.
@@ -171,7 +128,7 @@ func TestTracing(t *testing.T) {
 		return strings.HasPrefix(q, "UPDATE `batchflow_ledger` SET checkpoint") && !strings.Contains(q, "BINARY")
 	})
 	for _, name := range []string{"sql.conn.begin_tx", "sql.tx.commit", "sql.tx.rollback"} {
-		require.Contains(t, names, name)
+		require.Contains(t, ss.Names(), name)
 	}
 }
 
@@ -179,7 +136,7 @@ func TestTracing(t *testing.T) {
 // own connections, and a sub-batch under a recording span adds no span.
 func TestTracingOff(t *testing.T) {
 	t.Parallel()
-	tp, exp := newTracing(t)
+	tp, exp := sinktest.Tracing(t)
 	var w wire
 	b := setupWire(t, sink.Options{}, &w)
 	main, tx, err := b.s.DriverConnTypes(testCtx(t))
@@ -192,20 +149,4 @@ func TestTracingOff(t *testing.T) {
 	for _, s := range spans {
 		require.Equal(t, "test", s.InstrumentationScope.Name, s.Name)
 	}
-}
-
-// descends reports whether s has ancestor among the spans of byID.
-func descends(byID map[trace.SpanID]tracetest.SpanStub, s tracetest.SpanStub, ancestor trace.SpanID) bool {
-	for range len(byID) {
-		p := s.Parent.SpanID()
-		if p == ancestor {
-			return true
-		}
-		next, ok := byID[p]
-		if !ok {
-			return false
-		}
-		s = next
-	}
-	return false
 }

@@ -6,28 +6,16 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/batchflow/batchflow/pkg/batches"
 	"github.com/batchflow/batchflow/pkg/sink"
+	"github.com/batchflow/batchflow/pkg/sink/sinktest"
 )
 
 // tracedMigration is bound as a value in every ledger statement: it must
 // not appear in any span.
 const tracedMigration = "m-bound-7c1d"
-
-// newTracing is an SDK tracer provider recording into an in-memory
-// exporter, shut down at cleanup. Read the spans before: Shutdown forgets them.
-func newTracing(t *testing.T) (*sdktrace.TracerProvider, *tracetest.InMemoryExporter) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	return tp, exp
-}
 
 // tracedSubBatches runs, under one parent span of tp, a sub-batch of each
 // kind ApplySubBatch has over items (ids 1..300): folded to the caller's
@@ -69,45 +57,14 @@ func (tb *testBundle) tracedSubBatches(t *testing.T, tp trace.TracerProvider) tr
 // text, and no bound value.
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	tp, exp := newTracing(t)
+	tp, exp := sinktest.Tracing(t)
 	tb := setup(t, func(o *sink.Options) { o.TracerProvider = tp })
 	require.NoError(t, tb.sink.EnsureLedger(t.Context()))
 	require.Empty(t, exp.GetSpans(), "a statement outside a span starts no trace")
 
 	parent := tb.tracedSubBatches(t, tp)
-	spans := exp.GetSpans()
-
-	byID := map[trace.SpanID]tracetest.SpanStub{}
-	for _, s := range spans {
-		byID[s.SpanContext.SpanID()] = s
-	}
-	var texts []string
-	for _, s := range spans {
-		if s.InstrumentationScope.Name == "test" {
-			continue
-		}
-		require.Equal(t, parent.TraceID(), s.SpanContext.TraceID(), s.Name)
-		require.True(t, descends(byID, s, parent.SpanID()), "%s is not under the caller's span", s.Name)
-		require.Equal(t, trace.SpanKindClient, s.SpanKind, s.Name)
-		attrs := attribute.NewSet(s.Attributes...)
-		system, _ := attrs.Value(semconv.DBSystemNameKey)
-		require.Equal(t, "postgresql", system.AsString(), s.Name)
-		for _, a := range s.Attributes {
-			require.NotContains(t, a.Value.Emit(), tracedMigration, "%s: %s holds a bound value", s.Name, a.Key)
-		}
-		if text, ok := attrs.Value(semconv.DBQueryTextKey); ok {
-			texts = append(texts, text.AsString())
-		}
-	}
-	has := func(what string, match func(string) bool) {
-		t.Helper()
-		for _, q := range texts {
-			if match(q) {
-				return
-			}
-		}
-		require.Failf(t, "no span for "+what, "statements: %q", texts)
-	}
+	ss := sinktest.CheckSQLSpans(t, exp.GetSpans(), parent, "postgresql", tracedMigration)
+	has := func(what string, match func(string) bool) { t.Helper(); ss.RequireStatement(t, what, match) }
 	has("the ledger row's creation", func(q string) bool { return strings.Contains(q, "INSERT INTO batchflow_ledger") })
 	has("the folded sub-batch to the caller's key", func(q string) bool {
 		return strings.HasPrefix(q, "WITH claim") && !strings.Contains(q, "probe")
@@ -126,27 +83,11 @@ func TestTracing(t *testing.T) {
 // and a sub-batch under a recording span adds no span to it.
 func TestTracingOff(t *testing.T) {
 	t.Parallel()
-	tp, exp := newTracing(t)
+	tp, exp := sinktest.Tracing(t)
 	tb := setup(t)
 	require.Nil(t, tb.sink.pool.Config().ConnConfig.Tracer)
 	parent := tb.tracedSubBatches(t, tp)
 	spans := exp.GetSpans()
 	require.Len(t, spans, 1, "only the batch's")
 	require.Equal(t, parent.SpanID(), spans[0].SpanContext.SpanID())
-}
-
-// descends reports whether s has ancestor among the spans of byID.
-func descends(byID map[trace.SpanID]tracetest.SpanStub, s tracetest.SpanStub, ancestor trace.SpanID) bool {
-	for range len(byID) {
-		p := s.Parent.SpanID()
-		if p == ancestor {
-			return true
-		}
-		next, ok := byID[p]
-		if !ok {
-			return false
-		}
-		s = next
-	}
-	return false
 }

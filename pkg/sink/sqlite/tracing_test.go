@@ -10,30 +10,18 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	msqlite "modernc.org/sqlite"
 
 	"github.com/batchflow/batchflow/pkg/batches"
 	"github.com/batchflow/batchflow/pkg/sink"
+	"github.com/batchflow/batchflow/pkg/sink/sinktest"
 )
 
 // tracedMigration is bound as a value in every ledger statement: it must
 // not appear in any span.
 const tracedMigration = "m-bound-7c1d"
-
-// newTracing is an SDK tracer provider recording into an in-memory
-// exporter, shut down at cleanup. Read the spans before: Shutdown forgets them.
-func newTracing(t *testing.T) (*sdktrace.TracerProvider, *tracetest.InMemoryExporter) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	return tp, exp
-}
 
 // tracedSubBatches runs, under one parent span of tp, a sub-batch of each
 // kind ApplySubBatch has over items (ids 1..300): folded to the caller's
@@ -85,49 +73,19 @@ func (b *testBundle) tracedSubBatches(t *testing.T, tp trace.TracerProvider) tra
 // database system and the statement's text, and no bound value.
 func TestTracing(t *testing.T) {
 	t.Parallel()
-	tp, exp := newTracing(t)
+	tp, exp := sinktest.Tracing(t)
 	b := setup(t, sink.Options{TracerProvider: tp})
 	require.NoError(t, b.sink.EnsureLedger(ctx(t)))
 	require.Empty(t, exp.GetSpans(), "a statement outside a span starts no trace")
 
 	parent := b.tracedSubBatches(t, tp)
-	spans := exp.GetSpans()
-	byID := map[trace.SpanID]tracetest.SpanStub{}
-	for _, s := range spans {
-		byID[s.SpanContext.SpanID()] = s
-	}
-	var texts []string
-	for _, s := range spans {
-		if s.InstrumentationScope.Name == "test" {
-			continue
-		}
-		require.Equal(t, parent.TraceID(), s.SpanContext.TraceID(), s.Name)
-		require.True(t, descends(byID, s, parent.SpanID()), "%s is not under the caller's span", s.Name)
-		require.Equal(t, trace.SpanKindClient, s.SpanKind, s.Name)
-		attrs := attribute.NewSet(s.Attributes...)
-		system, _ := attrs.Value(semconv.DBSystemNameKey)
-		require.Equal(t, "sqlite", system.AsString(), s.Name)
-		for _, a := range s.Attributes {
-			require.NotContains(t, a.Value.Emit(), tracedMigration, "%s: %s holds a bound value", s.Name, a.Key)
-		}
-		text := queryText(s)
-		if text == "" {
-			continue
-		}
-		texts = append(texts, text)
-		if strings.HasPrefix(text, "UPDATE items SET label = 'custom'") && s.Name == "sql.stmt.exec" {
-			require.Equal(t, "custom", byID[s.Parent.SpanID()].Name, "a statement nests under its caller's span")
+	ss := sinktest.CheckSQLSpans(t, exp.GetSpans(), parent, "sqlite", tracedMigration)
+	for _, s := range ss {
+		if strings.HasPrefix(s.Text, "UPDATE items SET label = 'custom'") && s.Name == "sql.stmt.exec" {
+			require.Equal(t, "custom", s.ParentName, "a statement nests under its caller's span")
 		}
 	}
-	has := func(what string, match func(string) bool) {
-		t.Helper()
-		for _, q := range texts {
-			if match(q) {
-				return
-			}
-		}
-		require.Failf(t, "no span for "+what, "statements: %q", texts)
-	}
+	has := func(what string, match func(string) bool) { t.Helper(); ss.RequireStatement(t, what, match) }
 	has("the transaction's start", func(q string) bool { return q == "BEGIN IMMEDIATE" })
 	has("the ledger row's creation", func(q string) bool { return strings.Contains(q, "INSERT") && strings.Contains(q, "batchflow_ledger") })
 	has("the folded change", func(q string) bool { return strings.HasPrefix(q, `UPDATE OR ROLLBACK "main"."items" SET n = n + 1`) })
@@ -146,7 +104,7 @@ func TestTracing(t *testing.T) {
 // itself, and a sub-batch under a recording span adds no span to it.
 func TestTracingOff(t *testing.T) {
 	t.Parallel()
-	tp, exp := newTracing(t)
+	tp, exp := sinktest.Tracing(t)
 	b := setup(t, sink.Options{})
 	for _, db := range []*sql.DB{b.sink.write, b.sink.read} {
 		require.IsType(t, &msqlite.Driver{}, db.Driver())
@@ -165,7 +123,7 @@ func TestTracingOff(t *testing.T) {
 // deadline per statement) the statement stops all the same.
 func TestTracingKeepsTheWatchdog(t *testing.T) {
 	t.Parallel()
-	tp, exp := newTracing(t)
+	tp, exp := sinktest.Tracing(t)
 	b := setup(t, sink.Options{StatementTimeout: 200 * time.Millisecond, TracerProvider: tp})
 	rel := b.items(t, 100)
 	sb := b.explicitSubBatch(t, rel, "watched", 10)
@@ -185,7 +143,7 @@ func TestTracingKeepsTheWatchdog(t *testing.T) {
 		var failed bool
 		for _, s := range exp.GetSpans() {
 			if s.Parent.SpanID() == span.SpanContext().SpanID() && s.Status.Code == codes.Error &&
-				strings.Contains(queryText(s), endless) {
+				strings.Contains(sinktest.QueryText(s), endless) {
 				failed = true
 			}
 		}
@@ -216,26 +174,3 @@ type stubConn struct{}
 func (*stubConn) Prepare(string) (driver.Stmt, error) { return nil, driver.ErrSkip }
 func (*stubConn) Close() error                        { return nil }
 func (*stubConn) Begin() (driver.Tx, error)           { return nil, driver.ErrSkip }
-
-// queryText is a span's db.query.text, or "".
-func queryText(s tracetest.SpanStub) string {
-	attrs := attribute.NewSet(s.Attributes...)
-	v, _ := attrs.Value(semconv.DBQueryTextKey)
-	return v.AsString()
-}
-
-// descends reports whether s has ancestor among the spans of byID.
-func descends(byID map[trace.SpanID]tracetest.SpanStub, s tracetest.SpanStub, ancestor trace.SpanID) bool {
-	for range len(byID) {
-		p := s.Parent.SpanID()
-		if p == ancestor {
-			return true
-		}
-		next, ok := byID[p]
-		if !ok {
-			return false
-		}
-		s = next
-	}
-	return false
-}
