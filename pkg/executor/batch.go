@@ -55,6 +55,7 @@ type run struct {
 
 	throttleMark time.Time // throttled time is counted up to here
 	outcome      string    // how the attempt ended, for the batch duration metric
+	attrs        runAttrs  // the batch's metric attributes, from its claim
 }
 
 // handle takes one delivery of a batch from claim to ack.
@@ -91,7 +92,7 @@ func (r *run) execute(ctx context.Context, hint batches.Batch) error {
 		return err
 	}
 	r.started = time.Now()
-	e.batchStarted(r.ctx, r.rec.Migration)
+	e.batchStarted(r)
 
 	if err := r.prepare(); err != nil {
 		return r.failAttempt(err, r.classify(err))
@@ -129,7 +130,7 @@ func (r *run) execute(ctx context.Context, hint batches.Batch) error {
 		res, err := r.applySubBatch(sb)
 		took := time.Since(t0)
 		if err != nil {
-			e.metrics.subBatch(r.ctx, r.rec.Migration, took, size, 0, true)
+			e.metrics.subBatch(r.ctx, r.attrs, took, size, 0, true)
 			class := r.classify(err)
 			switch {
 			case class == batches.ClassCheckpointMoved:
@@ -162,7 +163,7 @@ func (r *run) execute(ctx context.Context, hint batches.Batch) error {
 		if size == 0 {
 			size = r.size.size
 		}
-		e.metrics.subBatch(r.ctx, r.rec.Migration, took, size, res.Rows, false)
+		e.metrics.subBatch(r.ctx, r.attrs, took, size, res.Rows, false)
 		r.emit(events.BatchProcessBatch, events.Data{
 			RowsAffected: res.Rows, DurationMS: took.Milliseconds(),
 			SubBatch: &events.SubBatch{Lo: res.Lo, Hi: res.Hi, Size: size},

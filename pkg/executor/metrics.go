@@ -91,30 +91,38 @@ func newMetrics(mp metric.MeterProvider) (*metrics, error) {
 	return m, err
 }
 
-func migrationAttr(migration string) metric.MeasurementOption {
-	return metric.WithAttributes(attrMigration.String(migration))
+// runAttrs are a batch's measurement options, made once when it is
+// claimed, so the sub-batch loop records without building attribute sets.
+type runAttrs struct {
+	migration, committed, failed metric.MeasurementOption
+}
+
+func newRunAttrs(migration string) runAttrs {
+	m := attrMigration.String(migration)
+	return runAttrs{
+		migration: metric.WithAttributes(m),
+		committed: metric.WithAttributes(m, attrOutcome.String(outcomeCommitted)),
+		failed:    metric.WithAttributes(m, attrOutcome.String(outcomeFailed)),
+	}
 }
 
 // subBatch records one sub-batch: its time by outcome, and for a committed
 // one its size and rows.
-func (m *metrics) subBatch(ctx context.Context, migration string, took time.Duration, size int, rows int64, failed bool) {
-	outcome := outcomeCommitted
+func (m *metrics) subBatch(ctx context.Context, a runAttrs, took time.Duration, size int, rows int64, failed bool) {
 	if failed {
-		outcome = outcomeFailed
-	}
-	m.subBatchDuration.Record(ctx, took.Seconds(), metric.WithAttributes(attrMigration.String(migration), attrOutcome.String(outcome)))
-	if failed {
+		m.subBatchDuration.Record(ctx, took.Seconds(), a.failed)
 		return
 	}
-	attrs := migrationAttr(migration)
-	m.subBatchSize.Record(ctx, int64(size), attrs)
-	m.rows.Add(ctx, rows, attrs)
+	m.subBatchDuration.Record(ctx, took.Seconds(), a.committed)
+	m.subBatchSize.Record(ctx, int64(size), a.migration)
+	m.rows.Add(ctx, rows, a.migration)
 }
 
 // batchStarted counts a claimed batch in flight.
-func (e *Executor) batchStarted(ctx context.Context, migration string) {
+func (e *Executor) batchStarted(r *run) {
+	r.attrs = newRunAttrs(r.rec.Migration)
 	e.state.batches.Add(1)
-	e.metrics.inFlight.Add(ctx, 1, migrationAttr(migration))
+	e.metrics.inFlight.Add(r.ctx, 1, r.attrs.migration)
 }
 
 // batchEnded records the attempt that batchStarted counted: its time and
@@ -133,7 +141,7 @@ func (e *Executor) batchEnded(r *run, err error) {
 	}
 	r.countThrottled(time.Now()) // a batch may end while throttled
 	e.state.batches.Add(-1)
-	e.metrics.inFlight.Add(r.ctx, -1, migrationAttr(r.rec.Migration))
+	e.metrics.inFlight.Add(r.ctx, -1, r.attrs.migration)
 	e.metrics.batchDuration.Record(r.ctx, time.Since(r.started).Seconds(),
 		metric.WithAttributes(attrMigration.String(r.rec.Migration), attrOutcome.String(outcome)))
 }
@@ -145,7 +153,7 @@ func (r *run) countThrottled(now time.Time) {
 		return
 	}
 	if d := now.Sub(r.throttleMark); d > 0 {
-		r.e.metrics.throttleTime.Add(r.ctx, d.Seconds(), migrationAttr(r.rec.Migration))
+		r.e.metrics.throttleTime.Add(r.ctx, d.Seconds(), r.attrs.migration)
 	}
 	r.throttleMark = now
 }
