@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/batchflow/batchflow/internal/bus"
 	"github.com/batchflow/batchflow/pkg/batches"
 	"github.com/batchflow/batchflow/pkg/client"
 	"github.com/batchflow/batchflow/pkg/events"
@@ -151,29 +150,14 @@ func (l *leader) retryFailedBatches(ctx context.Context, m *migration) error {
 		if b.Status != batches.BatchFailed {
 			continue
 		}
-		key := bus.BatchKey(m.name(), seq)
-		entry, err := l.res.BatchesKV.Get(ctx, key)
+		err := l.reissue(ctx, m, seq, func(cur *batches.Batch) bool {
+			if cur.Status != batches.BatchFailed {
+				return false
+			}
+			cur.Status, cur.Attempts, cur.Owner, cur.FinishedAt = batches.BatchPending, 0, "", nil
+			return true
+		})
 		if err != nil {
-			return fmt.Errorf("read batch %d: %w", seq, err)
-		}
-		var cur batches.Batch
-		if err := json.Unmarshal(entry.Value(), &cur); err != nil {
-			return fmt.Errorf("read batch %d: %w", seq, err)
-		}
-		if cur.Status != batches.BatchFailed {
-			continue
-		}
-		cur.Status, cur.Attempts, cur.Epoch, cur.Owner = batches.BatchPending, 0, cur.Epoch+1, ""
-		cur.FinishedAt, cur.UpdatedAt = nil, time.Now().UTC()
-		data, err := json.Marshal(cur)
-		if err != nil {
-			return err
-		}
-		if _, err := l.res.BatchesKV.Update(ctx, key, data, entry.Revision()); err != nil {
-			return fmt.Errorf("reset batch %d: %w", seq, err)
-		}
-		m.batches[seq] = &cur
-		if err := l.publishBatch(ctx, cur); err != nil {
 			return err
 		}
 	}

@@ -332,35 +332,52 @@ func (l *leader) republishReleased(ctx context.Context, m *migration) error {
 		if b.Status != batches.BatchPending || !b.Released {
 			continue
 		}
-		key := bus.BatchKey(m.name(), seq)
-		entry, err := l.res.BatchesKV.Get(ctx, key)
-		if err != nil {
-			return fmt.Errorf("read batch %d: %w", seq, err)
-		}
-		var cur batches.Batch
-		if err := json.Unmarshal(entry.Value(), &cur); err != nil {
-			return fmt.Errorf("read batch %d: %w", seq, err)
-		}
-		if cur.Status != batches.BatchPending || !cur.Released {
-			continue
-		}
-		cur.Released, cur.Epoch, cur.UpdatedAt = false, cur.Epoch+1, time.Now().UTC()
-		data, err := json.Marshal(cur)
-		if err != nil {
-			return err
-		}
-		if _, err := l.res.BatchesKV.Update(ctx, key, data, entry.Revision()); err != nil {
-			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-				continue // changed meanwhile; the watch brings the news
+		err := l.reissue(ctx, m, seq, func(cur *batches.Batch) bool {
+			if cur.Status != batches.BatchPending || !cur.Released {
+				return false
 			}
-			return fmt.Errorf("republish batch %d: %w", seq, err)
+			cur.Released = false
+			return true
+		})
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // changed meanwhile; the watch brings the news
 		}
-		m.batches[seq] = &cur
-		if err := l.publishBatch(ctx, cur); err != nil {
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// reissue reads batch seq's record and, if change accepts and changes it
+// (called on the stored record, not m's copy, which may be behind), writes
+// it back under a new epoch, a new message id the stream's duplicate
+// window does not swallow, and publishes it again. The write is a
+// compare-and-set: a record changed meanwhile is left alone and the error
+// wraps jetstream.ErrKeyRevisionMismatch.
+func (l *leader) reissue(ctx context.Context, m *migration, seq int64, change func(*batches.Batch) bool) error {
+	key := bus.BatchKey(m.name(), seq)
+	entry, err := l.res.BatchesKV.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read batch %d: %w", seq, err)
+	}
+	var cur batches.Batch
+	if err := json.Unmarshal(entry.Value(), &cur); err != nil {
+		return fmt.Errorf("read batch %d: %w", seq, err)
+	}
+	if !change(&cur) {
+		return nil
+	}
+	cur.Epoch, cur.UpdatedAt = cur.Epoch+1, time.Now().UTC()
+	data, err := json.Marshal(cur)
+	if err != nil {
+		return err
+	}
+	if _, err := l.res.BatchesKV.Update(ctx, key, data, entry.Revision()); err != nil {
+		return fmt.Errorf("reissue batch %d: %w", seq, err)
+	}
+	m.batches[seq] = &cur
+	return l.publishBatch(ctx, cur)
 }
 
 // publishBatch publishes a batch on the batch stream under a PRODUCER span.
